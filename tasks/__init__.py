@@ -1,0 +1,1 @@
+"""Example task modules: ``--app tasks`` loads every module in this package."""

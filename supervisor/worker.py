@@ -188,6 +188,7 @@ class Worker:
         self._capacity = threading.Condition(self._lock)
         self._held: dict[tuple[str, str], _Held] = {}
         self._outstanding = 0  # claimed and not yet returned by an executor
+        self._fetch_wait: tuple[int, int] | None = None  # (limit, batch) the fetcher waits on
         self._claimed_total = 0
         self._inbox: queue_module.SimpleQueue[ClaimedJob | None] = queue_module.SimpleQueue()
         self._outbox: queue_module.SimpleQueue[_Outcome | None] = queue_module.SimpleQueue()
@@ -381,15 +382,19 @@ class Worker:
         limit = self.concurrency + self.prefetch
         batch = max(1, limit // 2)
         with self._capacity:
-            while not self._stopping.is_set() and (
-                self._outstanding >= limit
-                or (limit - self._outstanding < batch and self._inbox.qsize() > 0)
-            ):
+            while not self._stopping.is_set() and not self._room_to_claim(limit, batch):
+                self._fetch_wait = (limit, batch)
                 self._capacity.wait(1.0)
+            self._fetch_wait = None
             want = limit - self._outstanding
             if self.max_jobs is not None:
                 want = min(want, self.max_jobs - self._claimed_total)
             return want
+
+    def _room_to_claim(self, limit: int, batch: int) -> bool:
+        """Called with the lock held: may the fetcher claim now?"""
+        free = limit - self._outstanding
+        return free >= batch or (free > 0 and self._inbox.qsize() == 0)
 
     def fetch_once(self) -> int:
         """One fetcher iteration: claim what fits; block in Redis if nothing is ready.
@@ -496,7 +501,13 @@ class Worker:
                 self._duration_ewma = (
                     duration if ewma is None else ewma + DURATION_EWMA_WEIGHT * (duration - ewma)
                 )
-                self._capacity.notify_all()
+                # Wake only whoever can act on it (every wake-up is a context switch):
+                # the fetcher once a batch fits, a drain once nothing is left.
+                waiting = self._fetch_wait
+                if self._outstanding == 0 or (
+                    waiting is not None and self._room_to_claim(*waiting)
+                ):
+                    self._capacity.notify_all()
 
     def job_handle(self, job: ClaimedJob) -> Job:
         """The ``Job`` a task sees: what the claim returned, plus its lease token."""
@@ -567,15 +578,14 @@ class Worker:
             else:
                 batch = [first]
             # While more jobs are running, linger a moment so one round trip acks
-            # many (an idle worker's lone job is acked at once).
-            linger_until = time.monotonic() + ACK_LINGER_S
+            # many (an idle worker's lone job is acked at once). The acker sleeps
+            # through the linger and then takes what came: woken once per batch,
+            # not once per outcome.
+            if not closing and self._outstanding > len(batch):
+                time.sleep(ACK_LINGER_S)
             while len(batch) < ACK_BATCH and not closing:
-                wait = linger_until - time.monotonic()
                 try:
-                    if wait > 0 and self._outstanding > len(batch):
-                        item = self._outbox.get(timeout=wait)
-                    else:
-                        item = self._outbox.get_nowait()
+                    item = self._outbox.get_nowait()
                 except queue_module.Empty:
                     break
                 if item is None:
@@ -672,9 +682,15 @@ class Worker:
             for name, ids in by_queue.items():
                 self.queues[name].extend_leases(self.owner, ids, self.lease_ms, client=pipe)
             replies = pipe.execute()
-        for name, lost in zip(by_queue, replies, strict=True):
-            for job_id in lost:
-                log.warning("lost the lease of job %s in %s (swept or reaped)", job_id, name)
+        with self._lock:
+            for name, lost in zip(by_queue, replies, strict=True):
+                for job_id in lost:
+                    # A job acked between the snapshot above and the renewal is not
+                    # lost: it is gone from the held set by now.
+                    if (name, job_id) in self._held:
+                        log.warning(
+                            "lost the lease of job %s in %s (swept or reaped)", job_id, name
+                        )
 
 
 @contextmanager

@@ -26,6 +26,7 @@ from waiting import wait_for
 
 from supervisor import JobFailed, Queue
 from supervisor.queue import ClaimedJob
+from supervisor.worker import Worker
 
 
 @pytest.fixture
@@ -289,3 +290,36 @@ def test_an_ordered_shutdown_reap_retries_without_counting_a_death(q: Queue) -> 
     assert q.reap_owner(OWNER_A, "child crashed", max_deaths=1) == 1
     assert q.job("calm").state == "failed", "one real crash reaches a limit of 1"
     assert_consistent(q)
+
+
+def wait_until_blocked(q: Queue, worker: Worker) -> None:
+    """Wait until ``worker``'s fetcher is blocked in BLPOP (its idle wait)."""
+
+    def blocked() -> bool:
+        client_id = worker._block_client_id
+        return client_id is not None and any(
+            int(c["id"]) == client_id and c["cmd"] == "blpop" for c in q.redis.client_list()
+        )
+
+    wait_for(blocked, 10, "the idle worker to block in BLPOP")
+
+
+@pytest.mark.parametrize("how", ["retry after a failure", "enqueued with a delay"])
+def test_an_idle_worker_starts_a_delayed_job_on_time(q: Queue, how: str) -> None:
+    """A worker blocked for up to 30 s still starts a job that becomes due sooner:
+    the job that is now first in the delayed set wakes it to shorten its wait."""
+    with core_worker(q, idle_block_s=30.0) as worker:
+        wait_until_blocked(q, worker)
+        if how == "enqueued with a delay":
+            queued_at = redis_ms(q.redis)
+            job = q.enqueue("core.flaky", {"succeed_on": 1}, delay=0.3)
+        else:
+            job = q.enqueue("core.flaky", {"succeed_on": 2}, backoff="fixed", backoff_s=0.3)
+            wait_for(lambda: q.redis.llen(record_key(q, f"starts:{job.id}")) == 1, 10,
+                     "the first run")  # fmt: skip
+            wait_until_blocked(q, worker)
+        assert job.result(timeout=5)["runs"] >= 1
+    starts = [int(s) for s in q.redis.lrange(record_key(q, f"starts:{job.id}"), 0, -1)]
+    begun = queued_at if how == "enqueued with a delay" else starts[0]
+    waited_ms = starts[-1] - begun
+    assert 300 <= waited_ms < 2000, f"started {waited_ms} ms after; due after 300 ms"

@@ -139,6 +139,16 @@ local function make_queued(jobkey, id, priority, front)
   if redis.call('LLEN', K.notify) == 0 then redis.call('RPUSH', K.notify, '1') end
 end
 
+-- Put a job into the delayed set. When it is due before every other delayed job,
+-- wake one idle worker: it was blocking with a timeout set for the old head (or
+-- the idle maximum) and now shortens it to this job's time.
+local function make_delayed(id, run_at)
+  redis.call('ZADD', K.delayed, run_at, id)
+  if redis.call('ZRANGE', K.delayed, 0, 0)[1] == id and redis.call('LLEN', K.notify) == 0 then
+    redis.call('RPUSH', K.notify, '1')
+  end
+end
+
 -- Free the resource a finishing job held and hand it to the next waiter.
 local function release_resource(resource_id, id)
   if not resource_id or resource_id == '' then return end
@@ -183,7 +193,7 @@ local function retry_or_fail(jobkey, id, now, reason, tb, allow_retry)
   if allow_retry and attempts <= max_retries then
     local run_at = now + backoff_ms(jobkey, attempts)
     redis.call('HSET', jobkey, 'state', 'delayed', 'run_at', run_at)
-    redis.call('ZADD', K.delayed, run_at, id)
+    make_delayed(id, run_at)
     emit('failed', id, task, {error = reason, retry_at = run_at})
     return 'delayed'
   end

@@ -57,7 +57,7 @@ for i = 0, n - 1 do
     if run_at > now then
       fields[#fields + 1] = 'delayed'
       redis.call('HSET', jobkey, unpack(fields))
-      redis.call('ZADD', K.delayed, run_at, id)
+      make_delayed(id, run_at)
       out[#out + 1] = 'new-delayed'
     else
       fields[#fields + 1] = 'queued'

@@ -25,14 +25,14 @@ end
 
 for i = 0, n - 1 do
   local id, token, result = ARGV[6 + i * 3], ARGV[7 + i * 3], ARGV[8 + i * 3]
-  local jobkey = JOB_PREFIX .. id
+  local jobkey, channel = JOB_PREFIX .. id, channels[i + 1]
   local f = redis.call('HMGET', jobkey, 'state', 'lease', 'task', 'resource_id',
                        'remove_on_complete')
   if f[1] == 'active' and f[2] == token then
     done_ids[#done_ids + 1] = id
     release_resource(f[4], id)
-    if waited[jobkey .. ':done'] then
-      redis.call('PUBLISH', jobkey .. ':done', '{"state":"completed","result":' .. result .. '}')
+    if waited[channel] then
+      redis.call('PUBLISH', channel, '{"state":"completed","result":' .. result .. '}')
     end
     emit('completed', id, f[3], nil)
     if f[5] == '1' then

@@ -12,7 +12,6 @@ for i = 4, #ARGV, 2 do
   local f = redis.call('HMGET', jobkey, 'state', 'lease', 'task', 'resource_id', 'priority')
   if f[1] == 'active' and f[2] == token then
     redis.call('ZREM', K.active, id)
-    release_resource(f[4], id)
     redis.call('HDEL', jobkey, 'owner', 'lease')
     if mode == 'cancel' then
       redis.call('HINCRBY', jobkey, 'cancels', 1)
@@ -20,6 +19,9 @@ for i = 4, #ARGV, 2 do
       redis.call('HINCRBY', jobkey, 'attempts', -1)
     end
     make_queued(jobkey, id, f[5] or '0', '1')
+    -- Handed on after the job is back in the queue: the waiter goes to the front
+    -- after it (front jobs are LIFO), so it runs first, as it waited longer.
+    release_resource(f[4], id)
     emit('released', id, f[3], {mode = mode})
     released = released + 1
   end

@@ -50,6 +50,9 @@ PEERS: dict[str, list[str]] = {  # pip requirements of each peer's virtualenv
 OWN = ("qsupervise", "floor")  # run under this interpreter
 WORKLOADS = ("throughput", "latency", "io", "cpu", "memory")
 
+BARE_LABEL = "qsupervise-bare"
+BARE_NOTE = "a task without I/O, counted by qsupervise's own completions, for the floor"
+
 # (metric, higher is better) per workload: the headline compared as qsupervise / best peer
 HEADLINES: dict[str, list[tuple[str, str, bool]]] = {
     "throughput": [
@@ -246,6 +249,16 @@ def plan(
                     steps.append(
                         ("throughput", system, "throughput", tag, {"n": s.n, "processes": P})
                     )
+                    if system == "qsupervise":  # the like-for-like row for the floor
+                        steps.append(
+                            (
+                                "throughput_bare",
+                                system,
+                                "throughput_bare",
+                                f"throughput-bare-r{run}",
+                                {"n": s.n, "processes": P},
+                            )
+                        )
                 elif w in ("latency", "memory"):
                     steps.append(
                         (
@@ -368,6 +381,21 @@ def tables(
                     else [f"FAILED: {err}"] + [""] * (len(cols) - 1)
                 )
             )
+        bare = results.get("qsupervise", {}).get("throughput_bare")
+        if key == "throughput" and (bare or row_err("qsupervise", "throughput_bare")):
+            # After qsupervise's row: its task without I/O, compared with the floor.
+            at = next((i + 1 for i, r in enumerate(rows) if r[0].startswith("qsupervise")), 0)
+            rows.insert(
+                at,
+                [BARE_LABEL]
+                + (
+                    [cell(bare.get(c), f) for _, c, f in cols]
+                    if bare
+                    else [f"FAILED: {row_err('qsupervise', 'throughput_bare')}"]
+                    + [""] * (len(cols) - 1)
+                ),
+            )
+            title = f"{title} ({BARE_LABEL}: {BARE_NOTE})"
         if rows:
             out.append((title, ["system"] + [c for c, _, _ in cols], rows))
     # CPU scaling
@@ -463,9 +491,18 @@ def ratios(results: dict[str, Any], peers: list[str], cpu_keys: list[str]) -> li
             }
             if key == "throughput" and metric in ("drain_per_s", "enqueue_per_s", "total_per_s"):
                 floor = results.get("floor", {}).get(key, {}).get(metric, {}).get("median")
-                if floor and mine:
+                # The floor's consumers do no per-job I/O: drains compare with the bare
+                # row (same lifecycle, task without I/O); enqueue is the same either way.
+                like = mine
+                if metric != "enqueue_per_s":
+                    bare = qs.get("throughput_bare", {}).get(metric, {}).get("median")
+                    like = bare
+                if floor and like:
                     entry["floor"] = floor
-                    entry["qs_over_floor"] = mine / floor
+                    entry["qs_over_floor"] = like / floor
+                    entry["floor_compared"] = (
+                        "qsupervise" if metric == "enqueue_per_s" else BARE_LABEL
+                    )
             out.append(entry)
     return out
 
@@ -476,6 +513,8 @@ def render(tbls: list[tuple[str, list[str], list[list[str]]]], rat: list[dict[st
         qs = "-" if r["qsupervise"] is None else f"{r['qsupervise']:,.2f}"
         ratio = "-" if r["ratio"] is None else f"{r['ratio']:.2f}x"
         floor = f"{r['qs_over_floor']:.0%} of {r['floor']:,.0f}" if "qs_over_floor" in r else ""
+        if r.get("floor_compared") == BARE_LABEL:
+            floor += " (bare)"
         rat_rows.append(
             [
                 r["label"],
@@ -530,6 +569,8 @@ def markdown(tbls: list[tuple[str, list[str], list[list[str]]]], rat: list[dict[
         qs = "-" if r["qsupervise"] is None else f"{r['qsupervise']:,.2f}"
         ratio = "-" if r["ratio"] is None else f"{r['ratio']:.2f}x"
         floor = f"{r['qs_over_floor']:.0%}" if "qs_over_floor" in r else ""
+        if r.get("floor_compared") == BARE_LABEL:
+            floor += " (bare)"
         lines.append(
             f"| {r['label']} | {qs} | {r['best_peer']} {r['best_peer_value']:,.2f} | "
             f"{ratio} | {floor} |"

@@ -15,6 +15,12 @@ def noop(params: Any) -> int:
     return do_noop()
 
 
+@task(name="noop_bare", retries=0)
+def noop_bare(params: Any) -> int:
+    """No I/O at all: the 'qsupervise (bare)' row, compared with the Redis floor."""
+    return 1
+
+
 @task(name="latency", retries=0)
 def latency(params: dict[str, Any]) -> int:
     return do_latency(params["i"])

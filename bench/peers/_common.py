@@ -142,12 +142,15 @@ def _signal_group(pgid: int, sig: int) -> None:
 # ---------------------------------------------------------------- measurements
 
 
-def wait_completed(a: Adapter, target: int, timeout: float, cap_s: float = 0.0) -> dict[str, float]:
+def wait_completed(
+    a: Adapter, target: int, timeout: float, cap_s: float = 0.0, by_counter: bool = True
+) -> dict[str, float]:
     """Poll until the system reports ``target`` completed jobs.
 
     Returns monotonic times: ``first`` (the counter first moved) and ``done``, the counter
     reading at ``first`` and ``completed`` (= target unless ``cap_s`` seconds ran out
     first: --quick caps slow systems and reports the rate over what they finished).
+    Without ``by_counter`` (tasks that do no I/O) the first completion marks ``first``.
     Fails if nothing progresses for ``timeout`` seconds.
     """
     first = None
@@ -158,7 +161,7 @@ def wait_completed(a: Adapter, target: int, timeout: float, cap_s: float = 0.0) 
         now = time.monotonic()
         done = a.completed()
         if first is None:
-            c = int(a.r.get(COUNTER_KEY) or 0)
+            c = int(a.r.get(COUNTER_KEY) or 0) if by_counter else done
             if c > 0:
                 first, first_count = now, c
         capped = cap_s > 0 and now - start > cap_s and first is not None and done > first_count
@@ -201,14 +204,20 @@ def enqueue_timed(a: Adapter, task: str, params: list[dict[str, Any]]) -> float:
 
 
 def drain(
-    a: Adapter, task: str, params: list[dict[str, Any]], mode: str, processes: int
+    a: Adapter,
+    task: str,
+    params: list[dict[str, Any]],
+    mode: str,
+    processes: int,
+    verify: bool = True,
 ) -> dict[str, Any]:
-    """Enqueue everything, then start the workers and time until all are completed."""
+    """Enqueue everything, then start the workers and time until all are completed.
+    ``verify``: the task INCRs the verification counter (checked against the count)."""
     n = len(params)
     enq_s = enqueue_timed(a, task, params)
     t_start = time.monotonic()
     a.start_workers(mode, processes)
-    t = wait_completed(a, n, a.args.stall_timeout, a.args.max_drain_s)
+    t = wait_completed(a, n, a.args.stall_timeout, a.args.max_drain_s, by_counter=verify)
     done = int(t["completed"])
     out: dict[str, Any] = {
         "n": n,
@@ -223,7 +232,8 @@ def drain(
     )
     if done < n:
         out["completed_fraction"] = done / n
-    out.update(verify_counter(a, done, partial=done < n))
+    if verify:
+        out.update(verify_counter(a, done, partial=done < n))
     return out
 
 
@@ -311,6 +321,13 @@ def wl_throughput(a: Adapter) -> dict[str, Any]:
     return drain(a, "noop", [{} for _ in range(n)], "default", a.args.processes)
 
 
+def wl_throughput_bare(a: Adapter) -> dict[str, Any]:
+    """No-op jobs whose task does no I/O, counted by the system's own completions: the
+    lifecycle's cost alone, to compare with the Redis floor (qsupervise only)."""
+    n = a.args.n
+    return drain(a, "noop_bare", [{} for _ in range(n)], "default", a.args.processes, verify=False)
+
+
 def wl_io(a: Adapter) -> dict[str, Any]:
     n = a.args.n
     return drain(a, "sleep", [{"seconds": 0.01} for _ in range(n)], "io", a.args.processes)
@@ -351,6 +368,7 @@ def wl_live(a: Adapter) -> dict[str, Any]:
 
 WORKLOADS: dict[str, Callable[[Adapter], dict[str, Any]]] = {
     "throughput": wl_throughput,
+    "throughput_bare": wl_throughput_bare,
     "io": wl_io,
     "cpu": wl_cpu,
     "live": wl_live,

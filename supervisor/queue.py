@@ -288,7 +288,7 @@ class Queue:
                 for start in range(0, len(args), chunk):
                     part = args[start : start + chunk]
                     self._run("enqueue", [len(part) // WIRE_FIELDS, *part], client=pipe)
-                replies = [r for chunk_replies in pipe.execute() for r in chunk_replies]
+                replies = [r for chunk in self.scripts.execute(pipe) for r in chunk]
         out = []
         for job_id, task, reply in zip(ids, tasks, replies, strict=True):
             fields = {"id": job_id, "task": task}

@@ -3,6 +3,10 @@
 Each ``lua/<name>.lua`` is one state transition; ``lua/_lib.lua`` holds the helpers
 they share and is prepended to each. redis-py's ``Script`` calls EVALSHA and
 falls back to loading the script on NOSCRIPT (after a server restart or failover).
+
+In a pipeline, redis-py's ``Script`` costs an extra round trip (``SCRIPT EXISTS``
+before every execute); ``call`` queues a plain EVALSHA there instead and
+``execute`` runs again, alone, any call that met NOSCRIPT.
 """
 
 from __future__ import annotations
@@ -55,5 +59,29 @@ class Scripts:
         args: list[Any],
         client: redis.Redis | redis.client.Pipeline | None = None,
     ) -> Any:
-        """Run transition ``name``; with ``client`` a pipeline, queue it there."""
-        return self._scripts[name](keys=keys, args=args, client=client)
+        """Run transition ``name``; with ``client`` a pipeline, queue it there (run
+        that pipeline with ``execute``)."""
+        script = self._scripts[name]
+        if isinstance(client, redis.client.Pipeline):
+            client.evalsha(script.sha, len(keys), *keys, *args)
+            queued: list[tuple[int, str, list[str], list[Any]]]
+            queued = client.__dict__.setdefault(_QUEUED_CALLS, [])
+            queued.append((len(client.command_stack) - 1, name, keys, args))
+            return client
+        return script(keys=keys, args=args, client=client)
+
+    def execute(self, pipe: redis.client.Pipeline) -> list[Any]:
+        """Execute ``pipe``. A transition that met NOSCRIPT (the server lost its script
+        cache) is loaded and run again, alone; nothing else runs twice. Errors raise."""
+        queued = pipe.__dict__.pop(_QUEUED_CALLS, [])
+        replies: list[Any] = pipe.execute(raise_on_error=False)
+        for index, name, keys, args in queued:
+            if isinstance(replies[index], redis.exceptions.NoScriptError):
+                replies[index] = self._scripts[name](keys=keys, args=args)
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        return replies
+
+
+_QUEUED_CALLS = "_qsupervise_calls"  # pipeline attribute: transitions queued by call()

@@ -182,6 +182,7 @@ class Worker:
             )
         )
         self.queues = {name: Queue(name, redis=self.redis, prefix=prefix) for name in names}
+        self._scripts = self.queues[names[0]].scripts  # runs pipelines of any queue's calls
         self._order = names
 
         self._lock = threading.Lock()
@@ -427,6 +428,9 @@ class Worker:
                 self._claimed_total += len(jobs)
             for job in jobs:
                 self._inbox.put(job)
+            # Let a woken executor have the GIL now rather than when this thread next
+            # blocks on I/O: on an idle worker that is most of the wake-up latency.
+            time.sleep(0)
         return len(jobs)
 
     def _block_for_work(self, next_due: float | None, want: int) -> list[ClaimedJob]:
@@ -449,7 +453,7 @@ class Worker:
             with self._block_redis.pipeline(transaction=False) as pipe:
                 pipe.blpop(keys, timeout=timeout)
                 queue.claim_on(pipe, self.owner, want, self.lease_ms)
-                popped, reply = pipe.execute()
+                popped, reply = queue.scripts.execute(pipe)
             jobs, _ = queue.parse_claim(reply)
         if self._stopping.is_set():
             if popped:  # the wake-up was meant for a worker that will claim: pass it on
@@ -615,7 +619,7 @@ class Worker:
                     self.queues[name].complete(done, client=pipe)
                 if failed:
                     self.queues[name].fail(failed, client=pipe)
-            pipe.execute()
+            self._scripts.execute(pipe)
         with self._lock:
             for o in outcomes:
                 self._held.pop((o.queue, o.job_id), None)
@@ -681,7 +685,7 @@ class Worker:
         with self.redis.pipeline(transaction=False) as pipe:
             for name, ids in by_queue.items():
                 self.queues[name].extend_leases(self.owner, ids, self.lease_ms, client=pipe)
-            replies = pipe.execute()
+            replies = self._scripts.execute(pipe)
         with self._lock:
             for name, lost in zip(by_queue, replies, strict=True):
                 for job_id in lost:

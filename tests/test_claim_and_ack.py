@@ -317,3 +317,37 @@ def test_job_heartbeat_extends_the_lease_from_inside_the_task(q: Queue) -> None:
     assert int(q.redis.zscore(q.keys.active, "hb")) > before + 5000
     q.complete([(claimed.id, claimed.token, "null")])
     assert not handle.heartbeat(), "a finished job's heartbeat says it is no longer held"
+
+
+# -- the server loses its script cache (restart, failover, SCRIPT FLUSH) -----------------
+
+
+def test_a_pipelined_transition_that_meets_noscript_runs_again_alone(q: Queue) -> None:
+    q.enqueue("core.echo", job_id="p1")
+    job = claim_one(q)
+    q.redis.script_flush()
+    counter = f"{q.keys.base}:test:counter"
+    with q.redis.pipeline(transaction=False) as pipe:
+        pipe.incr(counter)
+        q.complete([(job.id, job.token, '"done"')], client=pipe)
+        pipe.incr(counter)
+        replies = q.scripts.execute(pipe)
+    assert replies == [1, 1, 2], "the transition's reply is in its place"
+    assert q.redis.get(counter) == "2", "the commands around it ran once"
+    assert q.job("p1").state == "completed"
+    assert_consistent(q)
+
+
+def test_a_worker_keeps_going_when_the_server_loses_its_scripts(q: Queue) -> None:
+    with core_worker(q):
+        assert q.enqueue("core.echo", {"n": 0}).result(timeout=10) == {"n": 0}
+        q.redis.script_flush()
+        # Over one chunk: enqueue_many sends a pipeline of enqueue.lua calls.
+        jobs = q.enqueue_many([{"task": "core.echo", "params": {"n": n}} for n in range(1001)])
+        wait_for(
+            lambda: q.counts()["completed"] == 1002,
+            30,
+            lambda: f"all jobs to complete after SCRIPT FLUSH; counts {q.counts()}",
+        )
+    assert [j.result(timeout=1) for j in jobs[:3]] == [{"n": 0}, {"n": 1}, {"n": 2}]
+    assert_consistent(q)

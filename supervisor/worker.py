@@ -48,6 +48,7 @@ PREFETCH_HORIZON_S = 0.05  # adaptive prefetch holds about this much work per wo
 PREFETCH_MAX_FACTOR = 10  # ... and at most this many jobs per thread
 DURATION_EWMA_WEIGHT = 0.05
 REDIS_RETRY_MAX_S = 5.0
+ACK_REFUSED_GIVE_UP_S = 60.0  # acks refused by Redis (OOM, READONLY) this long: recycle
 ERRORS_REDIS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 
 _current = threading.local()
@@ -596,12 +597,24 @@ class Worker:
                     closing = True
                 else:
                     batch.append(item)
+            refused_since: float | None = None
             while batch:
                 try:
                     self.ack(batch)
                     backoff.reset()
                     break
                 except ERRORS_REDIS as exc:
+                    backoff.wait("ack", exc)
+                except redis.exceptions.ResponseError as exc:
+                    # Refused, e.g. OOM or READONLY while a failover settles: retried.
+                    # Refused for too long it is not passing: the acker ends, the
+                    # heartbeats stop and the supervisor recycles this process (its
+                    # jobs are reaped, nothing lost).
+                    now = time.monotonic()
+                    refused_since = refused_since or now
+                    if now - refused_since > ACK_REFUSED_GIVE_UP_S:
+                        log.error("Redis refuses acks for %.0f s: %s", now - refused_since, exc)
+                        raise
                     backoff.wait("ack", exc)
 
     def ack(self, outcomes: Sequence[_Outcome]) -> None:
@@ -639,7 +652,7 @@ class Worker:
                 backoff.reset()
                 if renew:
                     next_renewal = now + renew_every
-            except ERRORS_REDIS as exc:
+            except (*ERRORS_REDIS, redis.exceptions.ResponseError) as exc:
                 backoff.wait("lease", exc)
 
     def _executors_alive(self) -> bool:

@@ -351,3 +351,22 @@ def test_a_worker_keeps_going_when_the_server_loses_its_scripts(q: Queue) -> Non
         )
     assert [j.result(timeout=1) for j in jobs[:3]] == [{"n": 0}, {"n": 1}, {"n": 2}]
     assert_consistent(q)
+
+
+def test_acks_refused_while_redis_is_out_of_memory_are_retried(q: Queue) -> None:
+    """OOM refuses a script at its first write, so nothing is half-applied; the acker
+    keeps the outcome and sends it again once Redis accepts writes."""
+    with core_worker(q) as worker:
+        job = q.enqueue("core.gate", {"wait_s": 0.5})  # never opened: ends after 0.5 s
+        started = f"{q.keys.base}:test:started:{job.id}"
+        wait_for(lambda: q.redis.llen(started) == 1, 10, "the job to start")
+        q.redis.config_set("maxmemory", 1)
+        try:
+            wait_for(lambda: worker.snapshot().busy == 0, 10, "the task to return")
+            assert q.job(job.id).state == "active", "an ack refused for OOM changed nothing"
+        finally:
+            q.redis.config_set("maxmemory", 0)
+        assert job.result(timeout=10) == {"opened": False}
+    done = q.job(job.id)
+    assert (done.state, done.attempts) == ("completed", 1)
+    assert_consistent(q)

@@ -11,6 +11,7 @@ The layout is documented, key by key, in docs/architecture.md.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 DEFAULT_PREFIX = "qs"
 
@@ -83,9 +84,10 @@ class QueueKeys:
         """ZSET of queued jobs waiting for their resource to be free."""
         return f"{self.base}:blocked"
 
-    @property
+    @cached_property
     def script_keys(self) -> list[str]:
-        """The key vector every Lua transition receives, in the order _lib.lua names."""
+        """The key vector every Lua transition receives, in the order _lib.lua names.
+        Built once (every script call passes it); callers must not change it."""
         return [
             self.queued,
             self.delayed,

@@ -94,12 +94,16 @@ end
 -- from the defaults the workers registered, so sweeps and reaps (run by masters,
 -- which never import task code) find the job self-describing. A task no worker
 -- registered gets no retries and no timeout.
+-- The task's defaults as job field values, read and resolved once per task and call.
 local defaults_cache = {}
 local function task_defaults(task)
   local d = defaults_cache[task]
   if d == nil then
     local raw = redis.call('HGET', K.tasks, task)
-    d = raw and cjson.decode(raw) or {}
+    local t = raw and cjson.decode(raw) or {}
+    d = {retries = tostring(t.retries or 0), timeout = tostring(t.timeout or 0),
+         backoff_type = t.backoff_type or 'fixed', backoff_ms = t.backoff_ms or 0,
+         backoff_max_ms = t.backoff_max_ms or 0}
     defaults_cache[task] = d
   end
   return d
@@ -111,21 +115,21 @@ local function resolve_defaults(fields, task, max_retries, timeout, backoff_type
   if max_retries ~= '-1' and timeout ~= '-1' then return max_retries, timeout end
   local d = task_defaults(task)
   if max_retries == '-1' then
-    max_retries = tostring(d.retries or 0)
+    max_retries = d.retries
     fields[#fields + 1] = 'max_retries'
     fields[#fields + 1] = max_retries
     -- A job that set its own backoff (backoff_type not empty) keeps it.
     if (backoff_type or '') == '' then
       fields[#fields + 1] = 'backoff_type'
-      fields[#fields + 1] = d.backoff_type or 'fixed'
+      fields[#fields + 1] = d.backoff_type
       fields[#fields + 1] = 'backoff_ms'
-      fields[#fields + 1] = d.backoff_ms or 0
+      fields[#fields + 1] = d.backoff_ms
       fields[#fields + 1] = 'backoff_max_ms'
-      fields[#fields + 1] = d.backoff_max_ms or 0
+      fields[#fields + 1] = d.backoff_max_ms
     end
   end
   if timeout == '-1' then
-    timeout = tostring(d.timeout or 0)
+    timeout = d.timeout
     fields[#fields + 1] = 'timeout'
     fields[#fields + 1] = timeout
   end

@@ -79,20 +79,13 @@ if redis.call('EXISTS', K.paused) == 0 then
         local token = owner .. ':' .. attempts
         local max_retries, timeout
         if not f[4] and not f[5] and not f[9] then
-          -- The common case (everything left to the task): one HSET with the task's
-          -- resolved defaults, built once per task and call.
+          -- The common case (everything left to the task): one HSET, no field list.
           local d = task_defaults(task)
-          max_retries, timeout = d.q_retries, d.q_timeout
-          if not max_retries then
-            max_retries, timeout = tostring(d.retries or 0), tostring(d.timeout or 0)
-            d.q_retries, d.q_timeout = max_retries, timeout
-            d.q_backoff = {d.backoff_type or 'fixed', d.backoff_ms or 0, d.backoff_max_ms or 0}
-          end
-          local b = d.q_backoff
+          max_retries, timeout = d.retries, d.timeout
           redis.call('HSET', jobkey, 'state', 'active', 'owner', owner, 'lease', token,
                      'started_at', now, 'attempts', attempts, 'max_retries', max_retries,
-                     'backoff_type', b[1], 'backoff_ms', b[2], 'backoff_max_ms', b[3],
-                     'timeout', timeout)
+                     'backoff_type', d.backoff_type, 'backoff_ms', d.backoff_ms,
+                     'backoff_max_ms', d.backoff_max_ms, 'timeout', timeout)
         else
           local fields = {'state', 'active', 'owner', owner, 'lease', token, 'started_at', now,
                           'attempts', attempts}

@@ -476,18 +476,16 @@ def ratios(results: dict[str, Any], peers: list[str], cpu_keys: list[str]) -> li
                 (p, results.get(p, {}).get(key, {}).get(metric, {}).get("median")) for p in peers
             ]
             cands = [(p, v) for p, v in cands if v is not None]
-            if not cands:
-                continue
-            best = (max if higher else min)(cands, key=lambda pv: pv[1])
+            best = (max if higher else min)(cands, key=lambda pv: pv[1]) if cands else None
             entry = {
                 "workload": key,
                 "metric": metric,
                 "label": label,
                 "higher_is_better": higher,
-                "best_peer": best[0],
-                "best_peer_value": best[1],
+                "best_peer": best[0] if best else None,
+                "best_peer_value": best[1] if best else None,
                 "qsupervise": mine,
-                "ratio": (mine / best[1]) if mine and best[1] else None,
+                "ratio": (mine / best[1]) if best and mine and best[1] else None,
             }
             if key == "throughput" and metric in ("drain_per_s", "enqueue_per_s", "total_per_s"):
                 floor = results.get("floor", {}).get(key, {}).get(metric, {}).get("median")
@@ -503,8 +501,14 @@ def ratios(results: dict[str, Any], peers: list[str], cpu_keys: list[str]) -> li
                     entry["floor_compared"] = (
                         "qsupervise" if metric == "enqueue_per_s" else BARE_LABEL
                     )
-            out.append(entry)
+                    entry["floor_compared_value"] = like
+            if best or "floor" in entry:  # without peers (--peers ""), still the floor figure
+                out.append(entry)
     return out
+
+
+def best_cell(r: dict[str, Any]) -> str:
+    return "-" if r["best_peer"] is None else f"{r['best_peer']} {r['best_peer_value']:,.2f}"
 
 
 def render(tbls: list[tuple[str, list[str], list[list[str]]]], rat: list[dict[str, Any]]) -> None:
@@ -513,13 +517,13 @@ def render(tbls: list[tuple[str, list[str], list[list[str]]]], rat: list[dict[st
         qs = "-" if r["qsupervise"] is None else f"{r['qsupervise']:,.2f}"
         ratio = "-" if r["ratio"] is None else f"{r['ratio']:.2f}x"
         floor = f"{r['qs_over_floor']:.0%} of {r['floor']:,.0f}" if "qs_over_floor" in r else ""
-        if r.get("floor_compared") == BARE_LABEL:
-            floor += " (bare)"
+        if r.get("floor_compared") == BARE_LABEL:  # the numerator is not the qsupervise column
+            floor += f" (bare {r['floor_compared_value']:,.0f})"
         rat_rows.append(
             [
                 r["label"],
                 qs,
-                f"{r['best_peer']} {r['best_peer_value']:,.2f}",
+                best_cell(r),
                 ratio,
                 "higher" if r["higher_is_better"] else "lower",
                 floor,
@@ -570,11 +574,8 @@ def markdown(tbls: list[tuple[str, list[str], list[list[str]]]], rat: list[dict[
         ratio = "-" if r["ratio"] is None else f"{r['ratio']:.2f}x"
         floor = f"{r['qs_over_floor']:.0%}" if "qs_over_floor" in r else ""
         if r.get("floor_compared") == BARE_LABEL:
-            floor += " (bare)"
-        lines.append(
-            f"| {r['label']} | {qs} | {r['best_peer']} {r['best_peer_value']:,.2f} | "
-            f"{ratio} | {floor} |"
-        )
+            floor += f" (bare {r['floor_compared_value']:,.0f})"
+        lines.append(f"| {r['label']} | {qs} | {best_cell(r)} | {ratio} | {floor} |")
     return "\n".join(lines) + "\n"
 
 

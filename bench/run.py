@@ -491,16 +491,16 @@ def ratios(results: dict[str, Any], peers: list[str], cpu_keys: list[str]) -> li
                 floor = results.get("floor", {}).get(key, {}).get(metric, {}).get("median")
                 # The floor's consumers do no per-job I/O: drains compare with the bare
                 # row (same lifecycle, task without I/O); enqueue is the same either way.
-                like = mine
-                if metric != "enqueue_per_s":
-                    bare = qs.get("throughput_bare", {}).get(metric, {}).get("median")
-                    like = bare
+                compared = "qsupervise" if metric == "enqueue_per_s" else BARE_LABEL
+                like = (
+                    mine
+                    if compared == "qsupervise"
+                    else qs.get("throughput_bare", {}).get(metric, {}).get("median")
+                )
                 if floor and like:
                     entry["floor"] = floor
                     entry["qs_over_floor"] = like / floor
-                    entry["floor_compared"] = (
-                        "qsupervise" if metric == "enqueue_per_s" else BARE_LABEL
-                    )
+                    entry["floor_compared"] = compared
                     entry["floor_compared_value"] = like
             if best or "floor" in entry:  # without peers (--peers ""), still the floor figure
                 out.append(entry)
@@ -511,14 +511,22 @@ def best_cell(r: dict[str, Any]) -> str:
     return "-" if r["best_peer"] is None else f"{r['best_peer']} {r['best_peer_value']:,.2f}"
 
 
+def floor_cell(r: dict[str, Any], with_floor: bool) -> str:
+    """"43% of 137,460 (bare 59,648)": the bare numerator is not the qsupervise column."""
+    if "qs_over_floor" not in r:
+        return ""
+    cell = f"{r['qs_over_floor']:.0%}" + (f" of {r['floor']:,.0f}" if with_floor else "")
+    if r.get("floor_compared") == BARE_LABEL:
+        cell += f" (bare {r['floor_compared_value']:,.0f})"
+    return cell
+
+
 def render(tbls: list[tuple[str, list[str], list[list[str]]]], rat: list[dict[str, Any]]) -> None:
     rat_rows = []
     for r in rat:
         qs = "-" if r["qsupervise"] is None else f"{r['qsupervise']:,.2f}"
         ratio = "-" if r["ratio"] is None else f"{r['ratio']:.2f}x"
-        floor = f"{r['qs_over_floor']:.0%} of {r['floor']:,.0f}" if "qs_over_floor" in r else ""
-        if r.get("floor_compared") == BARE_LABEL:  # the numerator is not the qsupervise column
-            floor += f" (bare {r['floor_compared_value']:,.0f})"
+        floor = floor_cell(r, with_floor=True)
         rat_rows.append(
             [
                 r["label"],
@@ -572,9 +580,7 @@ def markdown(tbls: list[tuple[str, list[str], list[list[str]]]], rat: list[dict[
     for r in rat:
         qs = "-" if r["qsupervise"] is None else f"{r['qsupervise']:,.2f}"
         ratio = "-" if r["ratio"] is None else f"{r['ratio']:.2f}x"
-        floor = f"{r['qs_over_floor']:.0%}" if "qs_over_floor" in r else ""
-        if r.get("floor_compared") == BARE_LABEL:
-            floor += f" (bare {r['floor_compared_value']:,.0f})"
+        floor = floor_cell(r, with_floor=False)
         lines.append(f"| {r['label']} | {qs} | {best_cell(r)} | {ratio} | {floor} |")
     return "\n".join(lines) + "\n"
 

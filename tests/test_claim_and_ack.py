@@ -16,6 +16,7 @@ from store_helpers import (
     core_registry,
     core_worker,
     index_of,
+    record_key,
     redis_ms,
 )
 from waiting import wait_for
@@ -326,7 +327,7 @@ def test_a_pipelined_transition_that_meets_noscript_runs_again_alone(q: Queue) -
     q.enqueue("core.echo", job_id="p1")
     job = claim_one(q)
     q.redis.script_flush()
-    counter = f"{q.keys.base}:test:counter"
+    counter = record_key(q, "counter")
     with q.redis.pipeline(transaction=False) as pipe:
         pipe.incr(counter)
         q.complete([(job.id, job.token, '"done"')], client=pipe)
@@ -358,7 +359,7 @@ def test_acks_refused_while_redis_is_out_of_memory_are_retried(q: Queue) -> None
     keeps the outcome and sends it again once Redis accepts writes."""
     with core_worker(q) as worker:
         job = q.enqueue("core.gate", {"wait_s": 0.5})  # never opened: ends after 0.5 s
-        started = f"{q.keys.base}:test:started:{job.id}"
+        started = record_key(q, f"started:{job.id}")
         wait_for(lambda: q.redis.llen(started) == 1, 10, "the job to start")
         q.redis.config_set("maxmemory", 1)
         try:

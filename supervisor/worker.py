@@ -2,9 +2,11 @@
 
 Threads, each with one job:
 - fetcher: claims batches (claim.lua) up to the free capacity plus a small
-  prefetch; when nothing is ready it blocks in Redis (BLPOP on the queues'
-  notify lists), so an idle worker costs no CPU.
-- executors (M): run tasks and hand outcomes to the acker.
+  prefetch; when nothing is ready it hands the wait to an idle executor.
+- executors (M): run tasks and hand outcomes to the acker. When the queues are
+  empty, one idle executor blocks in Redis (BLPOP on the queues' notify lists,
+  the claim pipelined behind it) and runs the first job it gets itself: on an
+  idle worker no thread hand-off lies between the wake-up and the task.
 - acker: sends outcomes in batches, one pipeline of complete.lua / fail.lua
   calls, retrying (never dropping) while Redis is away.
 - lease keeper: extends the leases of held jobs and fails jobs past their timeout.
@@ -52,6 +54,13 @@ ACK_REFUSED_GIVE_UP_S = 60.0  # acks refused by Redis (OOM, READONLY) this long:
 ERRORS_REDIS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 
 _current = threading.local()
+
+
+class _WaitForWork:
+    """Inbox item: the executor that takes it blocks in Redis until work comes."""
+
+
+_WAIT_FOR_WORK = _WaitForWork()
 
 
 # Compact separators and no NaN (not JSON); built once: json.dumps with options
@@ -192,7 +201,11 @@ class Worker:
         self._outstanding = 0  # claimed and not yet returned by an executor
         self._fetch_wait: tuple[int, int] | None = None  # (limit, batch) the fetcher waits on
         self._claimed_total = 0
-        self._inbox: queue_module.SimpleQueue[ClaimedJob | None] = queue_module.SimpleQueue()
+        self._inbox: queue_module.SimpleQueue[ClaimedJob | _WaitForWork | None] = (
+            queue_module.SimpleQueue()
+        )
+        self._waiting_for_work = False  # an executor holds (or will take) the wait
+        self._wait_due_at: float | None = None  # monotonic time the next delayed job is due
         self._outbox: queue_module.SimpleQueue[_Outcome | None] = queue_module.SimpleQueue()
         self._stopping = threading.Event()
         self._stopped = threading.Event()
@@ -305,7 +318,7 @@ class Worker:
                 job = self._inbox.get_nowait()
             except queue_module.Empty:
                 break
-            if job is None:
+            if not isinstance(job, ClaimedJob):
                 continue
             by_queue.setdefault(job.queue, []).append((job.id, job.token))
             with self._capacity:
@@ -399,8 +412,9 @@ class Worker:
         return free >= batch or (free > 0 and self._inbox.qsize() == 0)
 
     def fetch_once(self) -> int:
-        """One fetcher iteration: claim what fits; block in Redis if nothing is ready.
-        Returns the number of jobs claimed."""
+        """One fetcher iteration: claim what fits; if nothing is ready, hand the
+        wait for work to an idle executor and wait until it is over. Returns the
+        number of jobs this thread claimed."""
         want = self._free_slots()
         if self._stopping.is_set() or want <= 0:
             if want <= 0 and self.max_jobs is not None:
@@ -416,17 +430,69 @@ class Worker:
                 next_due = due if next_due is None else min(next_due, due)
             claimed += self._take(jobs)
         if claimed == 0:
-            claimed = self._take(self._block_for_work(next_due, want))
+            self._hand_over_wait(next_due)
         return claimed
+
+    def _hand_over_wait(self, next_due: float | None) -> None:
+        """Post the wait for work to the executors and block until it ends. The
+        token queues behind any prefetched jobs: a thread waits in Redis only
+        once nothing is left here."""
+        with self._capacity:
+            # Absolute: the token may wait in the inbox while every thread is busy.
+            self._wait_due_at = None if next_due is None else time.monotonic() + next_due
+            self._waiting_for_work = True
+        self._inbox.put(_WAIT_FOR_WORK)
+        with self._capacity:
+            while self._waiting_for_work and not self._stopping.is_set():
+                self._capacity.wait(1.0)
+
+    def wait_for_work(self) -> ClaimedJob | None:
+        """Run by an idle executor that took the wait token: block in Redis until a
+        queue has work or the next delayed job is due; hold what the pipelined claim
+        took, queue all but the first for the other threads, and return the first
+        for this thread to run. Never raises: the fetcher retries after a failure."""
+        try:
+            if self._stopping.is_set():
+                return None
+            with self._capacity:
+                want = self.concurrency + self.prefetch - self._outstanding
+                if self.max_jobs is not None:
+                    want = min(want, self.max_jobs - self._claimed_total)
+                due_at = self._wait_due_at
+            if want <= 0:
+                return None
+            due = None if due_at is None else max(due_at - time.monotonic(), 0.0)
+            jobs = self._block_for_work(due, want)
+            if not jobs:
+                return None
+            self._hold(jobs)
+            for job in jobs[1:]:
+                self._inbox.put(job)
+            return jobs[0]
+        except ERRORS_REDIS as exc:
+            self._block_client_id = None
+            log.warning("redis unavailable (wait for work): %s", exc)
+            self._stopping.wait(0.05)  # the fetcher's claim then backs off, if still down
+            return None
+        except Exception as exc:  # a bug here must not end an executor thread
+            log.exception("wait for work failed: %s", exc)
+            return None
+        finally:
+            with self._capacity:
+                self._waiting_for_work = False
+                self._capacity.notify_all()  # the fetcher claims again
+
+    def _hold(self, jobs: Sequence[ClaimedJob]) -> None:
+        with self._capacity:
+            for job in jobs:
+                self._held[(job.queue, job.id)] = _Held(job)
+            self._outstanding += len(jobs)
+            self._claimed_total += len(jobs)
 
     def _take(self, jobs: Sequence[ClaimedJob]) -> int:
         """Hold freshly claimed jobs and hand them to the executors."""
         if jobs:
-            with self._capacity:
-                for job in jobs:
-                    self._held[(job.queue, job.id)] = _Held(job)
-                self._outstanding += len(jobs)
-                self._claimed_total += len(jobs)
+            self._hold(jobs)
             for job in jobs:
                 self._inbox.put(job)
             # Let a woken executor have the GIL now rather than when this thread next
@@ -481,9 +547,15 @@ class Worker:
     def _executor_loop(self) -> None:
         name = threading.current_thread().name
         while True:
-            job = self._inbox.get()
-            if job is None:
+            item = self._inbox.get()
+            if item is None:
                 return
+            if isinstance(item, _WaitForWork):
+                job = self.wait_for_work()
+                if job is None:
+                    continue
+            else:
+                job = item
             started = time.monotonic()
             with self._lock:
                 held = self._held.get((job.queue, job.id))

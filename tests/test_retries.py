@@ -323,3 +323,24 @@ def test_an_idle_worker_starts_a_delayed_job_on_time(q: Queue, how: str) -> None
     begun = queued_at if how == "enqueued with a delay" else starts[0]
     waited_ms = starts[-1] - begun
     assert 300 <= waited_ms < 2000, f"started {waited_ms} ms after; due after 300 ms"
+
+
+def test_a_delayed_job_due_while_every_thread_was_busy_starts_when_one_frees(q: Queue) -> None:
+    """The wait for work is handed to the next free thread with the due time of the
+    next delayed job as a deadline, not as a span: a thread that frees up after the
+    delayed job became due claims it at once instead of waiting that span again."""
+    with core_worker(q, concurrency=1, idle_block_s=30.0) as worker:
+        wait_until_blocked(q, worker)
+        delayed = q.enqueue("core.flaky", {"succeed_on": 1}, delay=0.6)
+        due_ms = redis_ms(q.redis) + 600
+        gate = q.enqueue("core.gate", {"wait_s": 10})
+        wait_for(lambda: q.redis.llen(record_key(q, f"started:{gate.id}")) == 1, 10,
+                 "the gate job to start")  # fmt: skip
+        wait_for(lambda: redis_ms(q.redis) > due_ms + 300, 5, "the delayed job to be due")
+        opened_ms = redis_ms(q.redis)
+        q.redis.rpush(record_key(q, f"gate:{gate.id}"), "1")
+        assert delayed.result(timeout=5) == {"runs": 1}
+    started_ms = int(q.redis.lindex(record_key(q, f"starts:{delayed.id}"), 0))
+    assert started_ms - opened_ms < 300, (
+        f"the delayed job started {started_ms - opened_ms} ms after the only thread freed"
+    )

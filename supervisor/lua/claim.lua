@@ -43,21 +43,30 @@ local function bad_number(f)
   return 'malformed job: ' .. name .. ' is not a number ("' .. string.sub(v, 1, 100) .. '")'
 end
 
-local due = redis.call('ZRANGEBYSCORE', K.delayed, '-inf', now, 'LIMIT', 0, tonumber(ARGV[6]))
-for _, id in ipairs(due) do
-  redis.call('ZREM', K.delayed, id)
-  local jobkey = JOB_PREFIX .. id
-  local f = redis.call('HMGET', jobkey, 'priority', 'task', 'front')
-  make_queued(jobkey, id, f[1] or '0', f[3])
+-- The head of delayed says whether anything is due; it is read again at the end only
+-- when jobs were promoted (claiming adds nothing to delayed).
+local delayed_head = redis.call('ZRANGE', K.delayed, 0, 0, 'WITHSCORES')
+if #delayed_head > 0 and tonumber(delayed_head[2]) <= now then
+  local due = redis.call('ZRANGEBYSCORE', K.delayed, '-inf', now, 'LIMIT', 0, tonumber(ARGV[6]))
+  for _, id in ipairs(due) do
+    redis.call('ZREM', K.delayed, id)
+    local jobkey = JOB_PREFIX .. id
+    local f = redis.call('HMGET', jobkey, 'priority', 'task', 'front')
+    make_queued(jobkey, id, f[1] or '0', f[3])
+  end
+  delayed_head = redis.call('ZRANGE', K.delayed, 0, 0, 'WITHSCORES')
 end
 
 local out = {-1}
 local claimed = 0
 local leases = {}        -- score/member pairs for active, added in one call
-if redis.call('EXISTS', K.paused) == 0 then
-  while claimed < want do
-    local popped = redis.call('ZPOPMIN', K.queued, want - claimed)
-    if #popped == 0 then break end
+local paused = redis.call('EXISTS', K.paused) == 1
+local emptied = false    -- a pop got fewer than it asked for: nothing is left ready
+if not paused then
+  while claimed < want and not emptied do
+    local asked = want - claimed
+    local popped = redis.call('ZPOPMIN', K.queued, asked)
+    emptied = #popped < 2 * asked
     for i = 1, #popped, 2 do
       local id, score = popped[i], popped[i + 1]
       local jobkey = JOB_PREFIX .. id
@@ -116,12 +125,11 @@ call_many('ZADD', K.active, leases)
 -- Keep the wake-up chain: while jobs remain, one token waits for the next idle
 -- worker. A paused queue keeps no token, so its workers stay blocked (resume
 -- pushes one).
-if redis.call('EXISTS', K.paused) == 1 or redis.call('ZCARD', K.queued) == 0 then
+if paused or emptied or redis.call('ZCARD', K.queued) == 0 then
   redis.call('DEL', K.notify)
 elseif redis.call('LLEN', K.notify) == 0 then
   redis.call('RPUSH', K.notify, '1')
 end
 
-local nxt = redis.call('ZRANGE', K.delayed, 0, 0, 'WITHSCORES')
-if #nxt > 0 then out[1] = math.max(tonumber(nxt[2]) - now, 0) end
+if #delayed_head > 0 then out[1] = math.max(tonumber(delayed_head[2]) - now, 0) end
 return out

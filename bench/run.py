@@ -242,10 +242,14 @@ def plan(
             if w == "memory" and "latency" in workloads:
                 continue  # measured in the same worker session as latency
             for system in systems:
-                if system == "floor" and w != "throughput":
+                if system == "floor" and w not in ("throughput", "latency"):
                     continue
                 tag = f"{w}-r{run}"
-                if w == "throughput":
+                if system == "floor" and w == "latency":
+                    steps.append(
+                        ("latency", system, "latency", tag, {"samples": s.samples, "processes": P})
+                    )
+                elif w == "throughput":
                     steps.append(
                         ("throughput", system, "throughput", tag, {"n": s.n, "processes": P})
                     )
@@ -502,6 +506,13 @@ def ratios(results: dict[str, Any], peers: list[str], cpu_keys: list[str]) -> li
                     entry["qs_over_floor"] = like / floor
                     entry["floor_compared"] = compared
                     entry["floor_compared_value"] = like
+            if key == "latency":
+                floor = results.get("floor", {}).get(key, {}).get(metric, {}).get("median")
+                if floor and mine:
+                    entry["floor"] = floor
+                    entry["qs_over_floor"] = mine / floor
+                    entry["floor_compared"] = "qsupervise"
+                    entry["floor_compared_value"] = mine
             if best or "floor" in entry:  # without peers (--peers ""), still the floor figure
                 out.append(entry)
     return out
@@ -515,6 +526,8 @@ def floor_cell(r: dict[str, Any], with_floor: bool) -> str:
     """"43% of 137,460 (bare 59,648)": the bare numerator is not the qsupervise column."""
     if "qs_over_floor" not in r:
         return ""
+    if r["workload"] == "latency":  # lower is better: the floor's time, and how far above
+        return f"{r['qs_over_floor']:.2f}x" + (f" of {r['floor']:.2f}" if with_floor else "")
     cell = f"{r['qs_over_floor']:.0%}" + (f" of {r['floor']:,.0f}" if with_floor else "")
     if r.get("floor_compared") == BARE_LABEL:
         cell += f" (bare {r['floor_compared_value']:,.0f})"

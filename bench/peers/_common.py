@@ -340,6 +340,20 @@ def wl_cpu(a: Adapter) -> dict[str, Any]:
     return out
 
 
+def wl_latency(a: Adapter) -> dict[str, Any]:
+    """Idle latency alone (the floor's: it has no memory workload)."""
+    a.start_workers("latency", a.args.processes)
+    warm_up(a)
+    time.sleep(0.5)
+    lat = latency_samples(a, a.args.samples)
+    return {
+        "latency_p50_ms": statistics.median(lat) * 1000,
+        "latency_p99_ms": quantile(lat, 0.99) * 1000,
+        "latency_max_ms": max(lat) * 1000,
+        "samples": len(lat),
+    }
+
+
 def wl_live(a: Adapter) -> dict[str, Any]:
     """Idle latency and memory share one worker start: idle memory, latency, N jobs, memory."""
     a.start_workers("default", a.args.processes)
@@ -372,6 +386,7 @@ WORKLOADS: dict[str, Callable[[Adapter], dict[str, Any]]] = {
     "io": wl_io,
     "cpu": wl_cpu,
     "live": wl_live,
+    "latency": wl_latency,
 }
 
 

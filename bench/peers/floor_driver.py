@@ -4,7 +4,12 @@ Enqueue pipelines HSET job + ZADD queued (1,000 jobs per round trip). Each consu
 process claims 100 jobs per Lua call into an active zset with a lease, runs a no-op per
 job (JSON decode and a function call), and acks the batch with one Lua call sent in the
 same pipeline as the next claim. No retries, no heartbeats, no events: the ceiling on
-this machine for a Python client, not a usable queue. Throughput workload only.
+this machine for a Python client, not a usable queue.
+
+Idle latency (workload 2): the least a Redis queue can do. Enqueue is one RPUSH of the
+job's JSON; each consumer process blocks in BLPOP on that list and runs the task as
+soon as it pops it (no claim, no lease: a consumer killed there loses the job), then
+counts it with one INCR.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from typing import Any
 
 import redis
 from _common import Adapter, BenchError, main
-from _tasks import COUNTER_KEY, URL_ENV
+from _tasks import COUNTER_KEY, URL_ENV, do_latency, do_noop
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 QUEUED, ACTIVE, COMPLETED, SEQ, JOB = (
@@ -28,6 +33,7 @@ QUEUED, ACTIVE, COMPLETED, SEQ, JOB = (
     "floor:seq",
     "floor:job:",
 )
+LIST, LIST_DONE = "floor:list", "floor:list-done"  # the idle-latency floor
 CHUNK = 1000
 BATCH = 100
 LEASE_MS = 30_000
@@ -57,16 +63,17 @@ class FloorAdapter(Adapter):
                 pipe.execute()
 
     def enqueue_one(self, task: str, params: dict[str, Any]) -> None:
-        raise BenchError("the floor measures throughput only")
+        self.r.rpush(LIST, json.dumps({"task": task, "params": params}))
 
     def completed(self) -> int:
-        return int(self.r.zcard(COMPLETED))
+        return int(self.r.zcard(COMPLETED)) + int(self.r.get(LIST_DONE) or 0)
 
     def start_workers(self, mode: str, processes: int) -> None:
-        if mode != "default":
-            raise BenchError("the floor measures the no-op lifecycle only")
+        role = {"default": "--consume", "latency": "--consume-list"}.get(mode)
+        if role is None:
+            raise BenchError(f"the floor has no {mode!r} workload")
         for _ in range(processes):
-            self.spawn([sys.executable, os.path.join(HERE, "floor_driver.py"), "--consume"])
+            self.spawn([sys.executable, os.path.join(HERE, "floor_driver.py"), role])
 
 
 def consume() -> None:
@@ -91,8 +98,23 @@ def consume() -> None:
             done.append(reply[i])
 
 
+def consume_list() -> None:
+    """The idle-latency floor: BLPOP a job, run it, count it."""
+    r = redis.Redis.from_url(os.environ[URL_ENV])
+    tasks = {"latency": lambda p: do_latency(p["i"]), "noop": lambda p: do_noop()}
+    while True:
+        popped = r.blpop([LIST], timeout=0)
+        if popped is None:
+            continue
+        job = json.loads(popped[1])
+        tasks[job["task"]](job["params"])
+        r.incr(LIST_DONE)
+
+
 if __name__ == "__main__":
     if "--consume" in sys.argv:
         consume()
+    elif "--consume-list" in sys.argv:
+        consume_list()
     else:
         main(FloorAdapter)

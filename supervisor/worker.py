@@ -446,7 +446,7 @@ class Worker:
             while self._waiting_for_work and not self._stopping.is_set():
                 self._capacity.wait(1.0)
 
-    def wait_for_work(self) -> ClaimedJob | None:
+    def _wait_for_work(self) -> ClaimedJob | None:
         """Run by an idle executor that took the wait token: block in Redis until a
         queue has work or the next delayed job is due; hold what the pipelined claim
         took, queue all but the first for the other threads, and return the first
@@ -551,7 +551,7 @@ class Worker:
             if item is None:
                 return
             if isinstance(item, _WaitForWork):
-                job = self.wait_for_work()
+                job = self._wait_for_work()
                 if job is None:
                     continue
             else:

@@ -491,8 +491,9 @@ def ratios(results: dict[str, Any], peers: list[str], cpu_keys: list[str]) -> li
                 "qsupervise": mine,
                 "ratio": (mine / best[1]) if best and mine and best[1] else None,
             }
+            floor = results.get("floor", {}).get(key, {}).get(metric, {}).get("median")
+            compared, like = "qsupervise", None
             if key == "throughput" and metric in ("drain_per_s", "enqueue_per_s", "total_per_s"):
-                floor = results.get("floor", {}).get(key, {}).get(metric, {}).get("median")
                 # The floor's consumers do no per-job I/O: drains compare with the bare
                 # row (same lifecycle, task without I/O); enqueue is the same either way.
                 compared = "qsupervise" if metric == "enqueue_per_s" else BARE_LABEL
@@ -501,18 +502,13 @@ def ratios(results: dict[str, Any], peers: list[str], cpu_keys: list[str]) -> li
                     if compared == "qsupervise"
                     else qs.get("throughput_bare", {}).get(metric, {}).get("median")
                 )
-                if floor and like:
-                    entry["floor"] = floor
-                    entry["qs_over_floor"] = like / floor
-                    entry["floor_compared"] = compared
-                    entry["floor_compared_value"] = like
-            if key == "latency":
-                floor = results.get("floor", {}).get(key, {}).get(metric, {}).get("median")
-                if floor and mine:
-                    entry["floor"] = floor
-                    entry["qs_over_floor"] = mine / floor
-                    entry["floor_compared"] = "qsupervise"
-                    entry["floor_compared_value"] = mine
+            elif key == "latency":
+                like = mine
+            if floor and like:
+                entry["floor"] = floor
+                entry["qs_over_floor"] = like / floor
+                entry["floor_compared"] = compared
+                entry["floor_compared_value"] = like
             if best or "floor" in entry:  # without peers (--peers ""), still the floor figure
                 out.append(entry)
     return out

@@ -103,10 +103,8 @@ def consume_list() -> None:
     r = redis.Redis.from_url(os.environ[URL_ENV])
     tasks = {"latency": lambda p: do_latency(p["i"]), "noop": lambda p: do_noop()}
     while True:
-        popped = r.blpop([LIST], timeout=0)
-        if popped is None:
-            continue
-        job = json.loads(popped[1])
+        _, raw = r.blpop([LIST], timeout=0)  # no timeout: never None
+        job = json.loads(raw)
         tasks[job["task"]](job["params"])
         r.incr(LIST_DONE)
 

@@ -401,10 +401,14 @@ class Worker:
                 self._fetch_wait = (limit, batch)
                 self._capacity.wait(1.0)
             self._fetch_wait = None
-            want = limit - self._outstanding
-            if self.max_jobs is not None:
-                want = min(want, self.max_jobs - self._claimed_total)
-            return want
+            return self._claimable(limit)
+
+    def _claimable(self, limit: int) -> int:
+        """Called with the lock held: how many jobs fit under ``limit`` (and max_jobs)."""
+        want = limit - self._outstanding
+        if self.max_jobs is not None:
+            want = min(want, self.max_jobs - self._claimed_total)
+        return want
 
     def _room_to_claim(self, limit: int, batch: int) -> bool:
         """Called with the lock held: may the fetcher claim now?"""
@@ -455,9 +459,7 @@ class Worker:
             if self._stopping.is_set():
                 return None
             with self._capacity:
-                want = self.concurrency + self.prefetch - self._outstanding
-                if self.max_jobs is not None:
-                    want = min(want, self.max_jobs - self._claimed_total)
+                want = self._claimable(self.concurrency + self.prefetch)
                 due_at = self._wait_due_at
             if want <= 0:
                 return None

@@ -340,12 +340,8 @@ def wl_cpu(a: Adapter) -> dict[str, Any]:
     return out
 
 
-def wl_latency(a: Adapter) -> dict[str, Any]:
-    """Idle latency alone (the floor's: it has no memory workload)."""
-    a.start_workers("latency", a.args.processes)
-    warm_up(a)
-    time.sleep(0.5)
-    lat = latency_samples(a, a.args.samples)
+def latency_metrics(lat: list[float]) -> dict[str, Any]:
+    """p50, p99 and max in ms of latency samples in seconds."""
     return {
         "latency_p50_ms": statistics.median(lat) * 1000,
         "latency_p99_ms": quantile(lat, 0.99) * 1000,
@@ -354,17 +350,21 @@ def wl_latency(a: Adapter) -> dict[str, Any]:
     }
 
 
+def wl_latency(a: Adapter) -> dict[str, Any]:
+    """Idle latency alone (the floor's: it has no memory workload)."""
+    a.start_workers("latency", a.args.processes)
+    warm_up(a)
+    time.sleep(0.5)
+    return latency_metrics(latency_samples(a, a.args.samples))
+
+
 def wl_live(a: Adapter) -> dict[str, Any]:
     """Idle latency and memory share one worker start: idle memory, latency, N jobs, memory."""
     a.start_workers("default", a.args.processes)
     warm_up(a)
     time.sleep(0.5)
     out: dict[str, Any] = {"memory_idle": memory(a)}
-    lat = latency_samples(a, a.args.samples)
-    out["latency_p50_ms"] = statistics.median(lat) * 1000
-    out["latency_p99_ms"] = quantile(lat, 0.99) * 1000
-    out["latency_max_ms"] = max(lat) * 1000
-    out["samples"] = len(lat)
+    out.update(latency_metrics(latency_samples(a, a.args.samples)))
     n = a.args.n
     a.r.set(COUNTER_KEY, 0)
     chunk = 1000  # enqueued in slices so the workers run while we produce
